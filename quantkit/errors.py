@@ -13,9 +13,11 @@ class QuantkitError(Exception):
 class UnknownMethodError(QuantkitError, KeyError):
     """The method name is not registered."""
 
-    def __init__(self, name: str, known: Iterable[str]):
+    def __init__(self, name: str, known: Iterable[str], aliases: dict[str, str] | None = None):
         known = sorted(set(known))
-        near = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+        aliases = aliases or {}
+        near_keys = difflib.get_close_matches(name.lower(), [*known, *aliases], n=5, cutoff=0.4)
+        near = list(dict.fromkeys(aliases.get(k, k) for k in near_keys))[:3]
         hint = f" Did you mean {', '.join(repr(n) for n in near)}?" if near else ""
         super().__init__(
             f"Unknown quantization method {name!r}.{hint} "

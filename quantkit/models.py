@@ -64,12 +64,8 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
     return Path(local)
 
 
-def load_float_model(path: str | Path, dtype: torch.dtype | None = None,
-                     device: str = "cpu") -> nn.Module:
-    """Load a plain float causal LM from a local folder, safetensors only."""
-    from transformers import AutoModelForCausalLM
-
-    path = resolve_model_path(path)
+def check_float_folder(path: Path) -> None:
+    """Raise NotAModelError unless ``path`` holds a float model in safetensors."""
     if not any((path / name).exists() for name in WEIGHT_FILES):
         raise NotAModelError(
             f"{str(path)!r} has no model.safetensors weights. quantkit loads safetensors only "
@@ -80,6 +76,15 @@ def load_float_model(path: str | Path, dtype: torch.dtype | None = None,
             f"{str(path)!r} holds an already quantized model; quantize a float model, or use "
             "qk.load() to load this one and qk.dequantize() to get floats back."
         )
+
+
+def load_float_model(path: str | Path, dtype: torch.dtype | None = None,
+                     device: str = "cpu") -> nn.Module:
+    """Load a plain float causal LM from a local folder, safetensors only."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(path)
+    check_float_folder(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto", device_map=device,
                                                  use_safetensors=True)
     return model.eval()

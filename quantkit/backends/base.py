@@ -86,10 +86,10 @@ class Backend(ABC):
         caps = cls.capabilities
         if hw.kind not in caps.devices:
             return f"no {hw.kind} kernels (runs on {', '.join(caps.devices)})"
-        if hw.kind == "cuda" and caps.min_cuda_capability and hw.capability:
-            if tuple(hw.capability) < caps.min_cuda_capability:
-                need = ".".join(map(str, caps.min_cuda_capability))
-                return f"needs CUDA capability >= {need}, this GPU has {hw.capability[0]}.{hw.capability[1]}"
+        need = caps.min_cuda_capability
+        if hw.kind == "cuda" and need and hw.capability and tuple(hw.capability) < need:
+            have = ".".join(map(str, hw.capability))
+            return f"needs CUDA capability >= {need[0]}.{need[1]}, this GPU has {have}"
         return None
 
     # -- the contract ---------------------------------------------------------------------------
