@@ -102,7 +102,7 @@ def inspect(folder: str | Path) -> CheckpointInfo:
         architecture=", ".join(config.get("architectures") or [config.get("model_type", "?")]),
         quant_method=qc.get("quant_method") or ("bitsandbytes" if qc else None),
         method=backend.name if backend else None,
-        stock_load=backend.capabilities.stock_load if backend else (True if not qc else None),
+        stock_load=backend.stock_loadable(qc) if backend else (True if not qc else None),
         size_bytes=folder_size(folder),
         files=sorted(p.name for p in folder.iterdir() if p.is_file()),
         quantization_config=qc,

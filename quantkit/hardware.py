@@ -7,6 +7,9 @@ import platform
 from dataclasses import dataclass, field
 
 DEVICE_KINDS = ("cpu", "cuda", "rocm", "mps", "xpu")
+# CPU features that decide which quantized kernels run fast (shown in summaries).
+KEY_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8",
+                 "neon", "asimd", "sve")
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class Hardware:
             parts.append(f"RAM {self.ram_gb:.1f} GB")
         if self.cpu_count:
             parts.append(f"{self.cpu_count} CPU cores")
-        simd = sorted(f for f in self.cpu_flags if f.startswith(("avx", "amx", "neon", "sve")))
+        simd = [f for f in KEY_CPU_FLAGS if f in self.cpu_flags]
         if simd:
             parts.append("CPU " + " ".join(simd))
         return ", ".join(parts)

@@ -109,7 +109,7 @@ class ModelSource:
             if self.given is not None:
                 self._loaded = copy.deepcopy(self.given).eval()
                 if self.dtype is not None:
-                    self._loaded.to(self.dtype)
+                    cast_to(self._loaded, self.dtype)
                 self._loaded.to(self.device)
             else:
                 self._loaded = load_float_model(self.path, self.dtype, self.device)
@@ -122,6 +122,22 @@ class ModelSource:
         from transformers import AutoConfig
 
         return AutoConfig.from_pretrained(self.path)
+
+
+def cast_to(model: nn.Module, dtype: torch.dtype) -> None:
+    """Cast float parameters and saved buffers to ``dtype``, as loading with ``dtype=`` does.
+
+    Computed (non-persistent) buffers such as rotary ``inv_freq`` keep their dtype, so the model
+    matches what ``from_pretrained(..., dtype=dtype)`` of the same weights would give.
+    """
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            if param.is_floating_point():
+                param.data = param.data.to(dtype)
+        for name, buf in module.named_buffers(recurse=False):
+            if buf.is_floating_point() and name not in module._non_persistent_buffers_set:
+                setattr(module, name, buf.to(dtype))
+    model.config.dtype = dtype
 
 
 def is_skipped(name: str, skip: tuple[str, ...]) -> bool:

@@ -119,6 +119,11 @@ class Backend(ABC):
     def owns(cls, quantization_config: dict[str, Any]) -> bool:
         """True if a config.json ``quantization_config`` was written by this method."""
 
+    @classmethod
+    def stock_loadable(cls, quantization_config: dict[str, Any]) -> bool:
+        """Whether stock transformers loads a folder with this config (default: the capability)."""
+        return cls.capabilities.stock_load
+
     # -- shared behaviour -----------------------------------------------------------------------
     def dequantize(self, model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
         """A plain float copy of ``model``: quantized layers become nn.Linear (Conv1D where the
@@ -135,7 +140,7 @@ class Backend(ABC):
 
 def float_dtype(model: nn.Module) -> torch.dtype:
     """The float dtype the model computes in: its config's dtype, else its first float param."""
-    dtype = getattr(model.config, "dtype", None) or getattr(model.config, "torch_dtype", None)
+    dtype = getattr(model.config, "dtype", None)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype.removeprefix("torch."), None)
     if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
