@@ -15,11 +15,11 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/quantkit demo
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check quantkit tests benchmarks
+	$(VENV)/bin/ruff check quantkit tests
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check quantkit tests benchmarks
+	$(VENV)/bin/ruff check quantkit tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

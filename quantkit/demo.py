@@ -10,9 +10,11 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from transformers.utils.logging import disable_progress_bar, enable_progress_bar
 
 from quantkit import api, catalog
 from quantkit.formats import folder_size
+from quantkit.models import load_float_model
 from quantkit.table import Table
 from quantkit.testing import logits, relative_error, sample_input_ids
 
@@ -56,11 +58,13 @@ def run(methods: list[str] | None = None) -> Table:
     ids = sample_input_ids(batch=2, length=32, seed=1)
     with tempfile.TemporaryDirectory(prefix="quantkit-demo-") as tmp:
         work = Path(tmp)
-        model = demo_llama()
-        model.save_pretrained(work / "float")
-        model.to(torch.bfloat16).save_pretrained(work / "bf16")
+        demo_llama().to(torch.bfloat16).save_pretrained(work / "bf16")
         bf16_bytes = folder_size(work / "bf16")
-        reference = logits(model.float(), ids)
-        rows = [measure(m, work / "float", work, reference, ids, bf16_bytes, {})
-                for m in tqdm(methods, desc="methods", unit="method")]
-    return Table(rows, COLUMNS, title="quantkit demo: a 17M-parameter Llama (random weights, fp32)")
+        reference = logits(load_float_model(work / "bf16"), ids)
+        disable_progress_bar()  # one bar across methods instead of one per weight load
+        try:
+            rows = [measure(m, work / "bf16", work, reference, ids, bf16_bytes, {})
+                    for m in tqdm(methods, desc="methods", unit="method")]
+        finally:
+            enable_progress_bar()
+    return Table(rows, COLUMNS, title="quantkit demo: a 17M-parameter Llama (random weights, bf16)")

@@ -31,9 +31,11 @@ def test_methods_table_reports_installed_usable_and_pip_line():
 
 
 def test_methods_for_declared_hardware_say_why_not():
-    rows = {r["method"]: r for r in qk.methods(Hardware.mps())}
-    assert not rows["bnb-nf4"]["usable"] or rows["bnb-nf4"]["why not"] is None
-    assert any(not r["usable"] for r in rows.values())
+    on_a100 = {r["method"]: r for r in qk.methods(Hardware.cuda(capability=(8, 0), memory_gb=80))}
+    assert not on_a100["torchao-fp8"]["usable"] and "8.9" in on_a100["torchao-fp8"]["why not"]
+    assert on_a100["bnb-nf4"]["usable"] and on_a100["torchao-int4"]["usable"]
+    on_mac = {r["method"]: r for r in qk.methods(Hardware.mps())}
+    assert not on_mac["hqq"]["usable"] and "mps" in on_mac["hqq"]["why not"]
 
 
 def test_hardware_detects_this_machine():
@@ -49,3 +51,12 @@ def test_import_quantkit_imports_no_backend_library():
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_methods_table_lists_every_registered_method():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    table_rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    listed = {line.split("`")[1] for line in table_rows}
+    assert listed == set(registry.all_methods())
