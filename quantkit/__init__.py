@@ -1,5 +1,6 @@
 """quantkit: one API over the LLM quantization backends of the PyTorch / Hugging Face world."""
 
+from quantkit import calibration
 from quantkit.api import dequantize, inspect, load, quantize, save
 from quantkit.catalog import methods
 from quantkit.errors import QuantkitError
@@ -7,6 +8,6 @@ from quantkit.hardware import Hardware, hardware
 from quantkit.version import __version__
 
 __all__ = [
-    "Hardware", "QuantkitError", "__version__", "dequantize", "hardware", "inspect", "load",
+    "Hardware", "QuantkitError", "__version__", "calibration", "dequantize", "hardware", "inspect", "load",
     "methods", "quantize", "save",
 ]

@@ -56,7 +56,7 @@ class Options:
         """Raise InvalidOptionError for a value the method does not support."""
 
     def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["skip"] = list(self.skip)
         out["dtype"] = str(self.dtype).removeprefix("torch.") if self.dtype else None
         return out

@@ -31,12 +31,40 @@ def tiny_gpt2(seed: int = 0, dtype: torch.dtype = torch.float32):
 
 
 TINY_MODELS = {"llama": tiny_llama, "gpt2": tiny_gpt2}
+TINY_CORPUS = Path(__file__).parent / "data" / "tiny_corpus.txt"
+
+
+def tiny_corpus() -> list[str]:
+    """A few lines of English shipped with quantkit, for tokenizers and calibration in tests."""
+    return [line for line in TINY_CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer with TINY_VOCAB tokens, trained here on ``tiny_corpus()``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=TINY_VOCAB, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(tiny_corpus(), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>",
+                                   bos_token="<|endoftext|>", pad_token="<|endoftext|>")
 
 
 def save_tiny(kind: str, folder: str | Path, seed: int = 0) -> Path:
-    """Build a tiny model of ``kind`` ("llama" or "gpt2") and save it as safetensors."""
+    """Build a tiny model of ``kind`` ("llama" or "gpt2") and save it, with a tokenizer."""
     folder = Path(folder)
-    TINY_MODELS[kind](seed).save_pretrained(folder)
+    model = TINY_MODELS[kind](seed)
+    tokenizer = tiny_tokenizer()
+    model.config.bos_token_id = model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return folder
 
 

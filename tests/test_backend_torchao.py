@@ -104,7 +104,8 @@ def test_folder_holds_safetensors_and_json_only(method, saved):
     _, folder = saved(method, "gpt2")
     assert pickle_files(folder) == []
     assert sorted(p.name for p in folder.iterdir()) == [
-        "config.json", "generation_config.json", "model.safetensors", "quantkit.json"]
+        "config.json", "generation_config.json", "model.safetensors", "quantkit.json",
+        "tokenizer.json", "tokenizer_config.json"]
 
 
 def test_stock_loaded_model_dequantizes(saved):
