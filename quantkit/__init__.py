@@ -5,9 +5,10 @@ from quantkit.api import dequantize, inspect, load, quantize, save
 from quantkit.catalog import methods
 from quantkit.errors import QuantkitError
 from quantkit.hardware import Hardware, hardware
+from quantkit.selector import Recommendation, Recommendations, recommend
 from quantkit.version import __version__
 
 __all__ = [
     "Hardware", "QuantkitError", "__version__", "calibration", "dequantize", "hardware", "inspect", "load",
-    "methods", "quantize", "save",
+    "methods", "quantize", "recommend", "Recommendation", "Recommendations", "save",
 ]

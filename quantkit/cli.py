@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="*", help="methods to run (default: every usable one)")
     p.add_argument("--json", help="also write the table as JSON to this file")
     p.set_defaults(run=cmd_demo)
+
+    from quantkit import selector
+
+    selector.add_cli(sub)
     return parser
 
 
