@@ -215,12 +215,11 @@ RANKINGS: dict[str, tuple[Fit, ...]] = {
             "(exllama kernels must be off)", ("qlora", "training-speed")),
         Fit("awq", 58, "PEFT-trainable; calibration needed first", ("qlora",)),
         # facts L17, L49.
-        Fit("ct-w4a16", 50, "compressed-tensors is PEFT-trainable", ("qlora", "ct-caps")),
-        Fit("ct-w8a8", 49, "compressed-tensors is PEFT-trainable", ("qlora", "ct-caps")),
-        Fit("ct-fp8", 48, "compressed-tensors is PEFT-trainable", ("qlora", "ct-caps")),
-        Fit("ct-w8a16", 47, "compressed-tensors is PEFT-trainable", ("qlora", "ct-caps")),
-        Fit("ct-nvfp4", 46, "compressed-tensors is PEFT-trainable", ("qlora", "ct-caps")),
-        Fit("ct-mxfp4", 45, "compressed-tensors is PEFT-trainable", ("qlora", "ct-caps")),
+        Fit("ct-w4a16", 50, "compressed-tensors weight-only: PEFT-trainable", ("qlora", "ct-caps")),
+        # ct-w8a8 and ct-fp8 quantize activations without gradients: not PEFT-trainable.
+        Fit("ct-w8a16", 47, "compressed-tensors weight-only: PEFT-trainable", ("qlora", "ct-caps")),
+        Fit("ct-nvfp4", 46, "compressed-tensors weight-only: PEFT-trainable", ("qlora", "ct-caps")),
+        Fit("ct-mxfp4", 45, "compressed-tensors weight-only: PEFT-trainable", ("qlora", "ct-caps")),
     ),
     "load-format": (
         # facts L16.

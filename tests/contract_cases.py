@@ -30,4 +30,13 @@ CASES: dict[str, dict] = {
     "torchao-int4": {"method": "torchao-int4", "options": {"group_size": 128},
                      "max_error": 0.30, "max_dequant_error": 1e-5},  # 0.167 / 0.131
     "torchao-fp8": {"method": "torchao-fp8", "max_error": 0.08, "max_dequant_error": 1e-5},  # 0.044
+    # compressed-tensors: W8A8 / FP8 quantize activations too, which dequantize removes.
+    "ct-w4a16": {"method": "ct-w4a16", "max_error": 0.36, "max_dequant_error": 1e-5},  # 0.178 / 0.141
+    "ct-w4a16-g32-asym": {"method": "ct-w4a16", "options": {"group_size": 32, "symmetric": False},
+                          "max_error": 0.27, "max_dequant_error": 1e-5},  # 0.136 / 0.103
+    "ct-w8a16": {"method": "ct-w8a16", "max_error": 0.025, "max_dequant_error": 1e-5},  # 0.011 / 0.0082
+    "ct-w8a8": {"method": "ct-w8a8", "max_error": 0.03, "max_dequant_error": 0.02},  # 0.015 / 0.014
+    "ct-fp8": {"method": "ct-fp8", "max_error": 0.12, "max_dequant_error": 0.08},  # 0.058 / 0.049
+    "ct-nvfp4": {"method": "ct-nvfp4", "max_error": 0.32, "max_dequant_error": 1e-5},  # 0.161 / 0.129
+    "ct-mxfp4": {"method": "ct-mxfp4", "max_error": 0.37, "max_dequant_error": 1e-5},  # 0.184 / 0.148
 }
