@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 from quantkit.backends.base import Backend
 from quantkit.errors import QuantkitError, UnknownMethodError
 
-BUILTIN_MODULES = ("bitsandbytes", "hqq", "torchao", "compressed_tensors")
+BUILTIN_MODULES = ("bitsandbytes", "hqq", "torchao", "compressed_tensors", "gptq", "awq")
 ENTRY_POINT_GROUP = "quantkit.backends"
 
 _methods: dict[str, type[Backend]] | None = None

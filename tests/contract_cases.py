@@ -10,6 +10,11 @@ sits within about 2x of the measured value.
 
 from __future__ import annotations
 
+from quantkit.testing import TINY_CORPUS
+
+# Calibration for gptq / awq: the shipped tiny corpus, 8 windows of 64 tokens.
+CAL = {"calibration": str(TINY_CORPUS), "n_samples": 8, "seq_len": 64}
+
 # Measured on the tiny models (Llama / GPT-2), see docs/backends.md; bounds are about 2x those.
 # max_dequant_error: dequantized vs quantized logits. Exact-kernel methods dequantize to the same
 # numbers (1e-5 allows float reassociation); bnb 4-bit runs a bf16 CPU kernel (4e-3 measured);
@@ -39,4 +44,15 @@ CASES: dict[str, dict] = {
     "ct-fp8": {"method": "ct-fp8", "max_error": 0.12, "max_dequant_error": 0.08},  # 0.058 / 0.049
     "ct-nvfp4": {"method": "ct-nvfp4", "max_error": 0.32, "max_dequant_error": 1e-5},  # 0.161 / 0.129
     "ct-mxfp4": {"method": "ct-mxfp4", "max_error": 0.37, "max_dequant_error": 1e-5},  # 0.184 / 0.148
+    # gptq / awq: gptqmodel's CPU 4-bit kernel runs activations in bf16 (dequantize is float32 math).
+    "gptq-4bit": {"method": "gptq", "options": {"bits": 4, "group_size": 64, **CAL},
+                  "max_error": 0.35, "max_dequant_error": 0.01},  # 0.174 / 0.097; dequant 4.6e-3
+    "gptq-8bit": {"method": "gptq", "options": {"bits": 8, **CAL},
+                  "max_error": 0.025, "max_dequant_error": 1e-3},  # 0.011 / 0.0064; dequant 3.4e-4
+    "gptq-3bit-act-order": {"method": "gptq", "options": {"bits": 3, "group_size": 32, "desc_act": True,
+                                                          "sym": False, **CAL},
+                            "max_error": 0.55, "max_dequant_error": 1e-3},  # 0.261 / 0.164
+    # AWQ on GPT-2 crashes inside gptqmodel; quantkit refuses it (tests/test_backend_awq.py).
+    "awq": {"method": "awq", "options": {"group_size": 64, **CAL}, "archs": ("llama",),
+            "max_error": 0.30, "max_dequant_error": 0.015},  # 0.149; dequant 6.8e-3 (bf16)
 }

@@ -29,7 +29,8 @@ from contract_cases import CASES
 
 HERE = Path(__file__).parent
 ARCHS = ("llama", "gpt2")
-PARAMS = [pytest.param(case, arch, id=f"{case}-{arch}") for case in CASES for arch in ARCHS]
+PARAMS = [pytest.param(case, arch, id=f"{case}-{arch}")
+          for case in CASES for arch in CASES[case].get("archs", ARCHS)]
 
 
 def fresh_logits(folder: Path, tmp_path: Path, loader: str = "quantkit") -> torch.Tensor:

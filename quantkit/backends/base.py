@@ -14,7 +14,7 @@ from torch import nn
 
 from quantkit.errors import BackendNotInstalledError
 from quantkit.hardware import Hardware
-from quantkit.models import ModelSource, restore_conv1d, set_module
+from quantkit.models import ModelSource, cast_to, restore_conv1d, set_module
 from quantkit.spec import Options
 
 
@@ -135,7 +135,8 @@ class Backend(ABC):
                 set_module(plain, name, self.dequantize_module(module, dtype))
         restore_conv1d(plain)
         strip_quantization(plain)
-        return plain.to(dtype)
+        cast_to(plain, dtype)
+        return plain
 
 
 def float_dtype(model: nn.Module) -> torch.dtype:
