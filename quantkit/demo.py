@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers.utils.logging import disable_progress_bar, enable_progress_bar
 
-from quantkit import api, catalog
+from quantkit import api, catalog, registry
 from quantkit.formats import folder_size
 from quantkit.models import load_float_model
 from quantkit.table import Table
@@ -51,6 +51,13 @@ def measure(method: str, model_dir: Path, work: Path, reference: torch.Tensor,
     return row
 
 
+def demo_options(method: str) -> dict[str, Any]:
+    """Calibrated methods get 16 windows of 64 token ids (the demo model has no tokenizer)."""
+    if not registry.get(method).capabilities.needs_calibration:
+        return {}
+    return {"calibration": sample_input_ids(batch=16, length=64, seed=2), "n_samples": 16, "seq_len": 64}
+
+
 def run(methods: list[str] | None = None) -> Table:
     """Run the demo on a small Llama and return the table."""
     usable = [r["method"] for r in catalog.methods() if r["usable"]]
@@ -63,7 +70,7 @@ def run(methods: list[str] | None = None) -> Table:
         reference = logits(load_float_model(work / "bf16"), ids)
         disable_progress_bar()  # one bar across methods instead of one per weight load
         try:
-            rows = [measure(m, work / "bf16", work, reference, ids, bf16_bytes, {})
+            rows = [measure(m, work / "bf16", work, reference, ids, bf16_bytes, demo_options(m))
                     for m in tqdm(methods, desc="methods", unit="method")]
         finally:
             enable_progress_bar()
