@@ -20,6 +20,8 @@ from quantkit.formats import pickle_files
 from quantkit.models import ModelSource
 from quantkit.testing import logits, relative_error, tiny_corpus
 
+from backend_io import load_with, save_with
+
 BACKEND = Awq()
 CAL = {"calibration": tiny_corpus(), "n_samples": 8, "seq_len": 64}
 AUTOAWQ_KEYS = ("quant_method", "zero_point", "group_size", "bits", "version")
@@ -30,13 +32,11 @@ def quantize(path: Path, **options) -> nn.Module:
 
 
 def save(model: nn.Module, folder: Path) -> Path:
-    folder.mkdir()
-    BACKEND.save(model, folder)
-    return folder
+    return save_with(BACKEND, model, folder)
 
 
-def load(folder: Path) -> nn.Module:
-    return BACKEND.load(folder, json.loads((folder / "config.json").read_text()), LoadOptions())
+def load(folder: Path, **options) -> nn.Module:
+    return load_with(BACKEND, folder, **options)
 
 
 @pytest.fixture(scope="module")

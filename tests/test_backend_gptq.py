@@ -14,12 +14,13 @@ from transformers import AutoModelForCausalLM
 pytest.importorskip("gptqmodel")
 pytest.importorskip("optimum")
 
-from quantkit.backends.base import LoadOptions
 from quantkit.backends.gptq import STOCK_FLAG, Gptq, GptqOptions, unpack_bits
 from quantkit.errors import CalibrationError, InvalidOptionError, QuantkitError
 from quantkit.formats import pickle_files
 from quantkit.models import ModelSource, conv1d_type
 from quantkit.testing import logits, relative_error, tiny_corpus, tiny_llama
+
+from backend_io import load_with, save_with
 
 BACKEND = Gptq()
 CAL = {"calibration": tiny_corpus(), "n_samples": 8, "seq_len": 64}
@@ -30,13 +31,11 @@ def quantize(path: Path, **options) -> nn.Module:
 
 
 def save(model: nn.Module, folder: Path) -> Path:
-    folder.mkdir()
-    BACKEND.save(model, folder)
-    return folder
+    return save_with(BACKEND, model, folder)
 
 
 def load(folder: Path, **options) -> nn.Module:
-    return BACKEND.load(folder, json.loads((folder / "config.json").read_text()), LoadOptions(**options))
+    return load_with(BACKEND, folder, **options)
 
 
 def proj_layers(model: nn.Module) -> dict[str, nn.Module]:

@@ -18,12 +18,13 @@ from transformers import AutoModelForCausalLM
 pytest.importorskip("hqq")
 
 import quantkit as qk
-from quantkit.backends.base import LoadOptions
 from quantkit.backends.hqq import META_KEY, WEIGHTS_FILE, Hqq, HqqOptions, group_problem
 from quantkit.errors import InvalidOptionError, QuantkitError
 from quantkit.formats import PICKLE_SUFFIXES
 from quantkit.models import ModelSource, conv1d_type
 from quantkit.testing import logits, relative_error, tiny_gpt2, tiny_llama
+
+from backend_io import load_with, save_with
 
 HERE = Path(__file__).parent
 BACKEND = Hqq()
@@ -34,14 +35,11 @@ def quantize(model: nn.Module, **options) -> nn.Module:
 
 
 def save(model: nn.Module, folder: Path) -> Path:
-    folder.mkdir()
-    BACKEND.save(model, folder)
-    return folder
+    return save_with(BACKEND, model, folder)
 
 
 def load(folder: Path, **options) -> nn.Module:
-    config = json.loads((folder / "config.json").read_text())
-    return BACKEND.load(folder, config, LoadOptions(**options))
+    return load_with(BACKEND, folder, **options)
 
 
 @pytest.fixture(scope="module")
