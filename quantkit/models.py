@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from quantkit.errors import NotAModelError
+from quantkit.errors import NotAModelError, QuantkitError
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
@@ -220,3 +220,18 @@ def empty_model(config, dtype: torch.dtype | None = None) -> nn.Module:
     with init_empty_weights(include_buffers=False):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     return model.eval()
+
+
+def finish_loading(model: nn.Module, folder: Path, weights: Path) -> nn.Module:
+    """After filling an ``empty_model``: tie weights as the config says, refuse a model with
+    weights still missing (a damaged ``weights`` file), and take the folder's generation config."""
+    from transformers import GenerationConfig
+
+    if getattr(model.config, "tie_word_embeddings", False):
+        model.tie_weights()
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise QuantkitError(f"{weights} lacks the weights of {', '.join(left[:5])}; it is damaged.")
+    if (Path(folder) / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(folder)
+    return model

@@ -39,7 +39,7 @@ from torch import nn
 
 from quantkit.backends.base import Backend, Capabilities, LoadOptions, float_dtype
 from quantkit.errors import InvalidOptionError, NotQuantizedError, QuantkitError, UnsupportedModelError
-from quantkit.models import ModelSource, conv1d_to_linear, empty_model, linear_layers
+from quantkit.models import ModelSource, conv1d_to_linear, empty_model, finish_loading, linear_layers
 from quantkit.spec import Options, check_choice
 
 QUANT_METHOD = "compressed-tensors"
@@ -366,7 +366,7 @@ def load_with_compressed_tensors(folder: Path, config: dict[str, Any], options: 
     folders (``conv1d``: Conv1D saved as nn.Linear) and those stock transformers cannot read."""
     from compressed_tensors.compressors.base import decompress_module
     from compressed_tensors.quantization import QuantizationConfig, apply_quantization_config
-    from transformers import AutoConfig, GenerationConfig
+    from transformers import AutoConfig
 
     qc = json.loads(json.dumps(config["quantization_config"]))
     for group in _groups(qc):
@@ -397,14 +397,7 @@ def load_with_compressed_tensors(folder: Path, config: dict[str, Any], options: 
     unexpected = model.load_state_dict(tensors, strict=False, assign=True).unexpected_keys
     if unexpected:
         raise QuantkitError(f"{folder} holds tensors this architecture does not have: {unexpected[:5]}")
-    if getattr(hf_config, "tie_word_embeddings", False):
-        model.tie_weights()
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:
-        raise QuantkitError(f"{folder} lacks the weights of {', '.join(left[:5])}; it is damaged.")
-    if (folder / "generation_config.json").is_file():
-        model.generation_config = GenerationConfig.from_pretrained(folder)
-    return model.to(options.device)
+    return finish_loading(model, folder, folder).to(options.device)
 
 
 def read_safetensors(folder: Path) -> dict[str, torch.Tensor]:

@@ -25,7 +25,14 @@ from torch import nn
 
 from quantkit.backends.base import Backend, Capabilities, LoadOptions, float_dtype
 from quantkit.errors import InvalidOptionError, NotAModelError, NotQuantizedError, QuantkitError
-from quantkit.models import ModelSource, conv1d_to_linear, empty_model, linear_layers, set_module
+from quantkit.models import (
+    ModelSource,
+    conv1d_to_linear,
+    empty_model,
+    finish_loading,
+    linear_layers,
+    set_module,
+)
 from quantkit.spec import Options, check_choice
 
 QUANT_METHOD = "quantkit-hqq"
@@ -147,7 +154,7 @@ class Hqq(Backend):
         self.require()
         from safetensors import safe_open
         from safetensors.torch import load_file
-        from transformers import AutoConfig, GenerationConfig
+        from transformers import AutoConfig
 
         path = folder / WEIGHTS_FILE
         if not path.is_file():
@@ -176,14 +183,7 @@ class Hqq(Backend):
                 module._buffers[leaf] = value
         for name, meta in header["layers"].items():
             set_module(model, name, build_layer(name, meta, layer_tensors[name], options))
-        if getattr(hf_config, "tie_word_embeddings", False):
-            model.tie_weights()
-        left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-        if left:
-            raise QuantkitError(f"{path} lacks the weights of {', '.join(left[:5])}; it is damaged.")
-        if (folder / "generation_config.json").is_file():
-            model.generation_config = GenerationConfig.from_pretrained(folder)
-        return model.to(options.device).eval()
+        return finish_loading(model, folder, path).to(options.device).eval()
 
     @classmethod
     def owns(cls, quantization_config: dict[str, Any]) -> bool:
