@@ -16,6 +16,7 @@ import torch
 from quantkit.errors import CalibrationError
 from quantkit.models import ModelSource
 from quantkit.spec import Options
+from quantkit.text_data import DatasetSpec, texts
 
 HOW_TO = (
     "Pass calibration= as a list of strings, a path to a .txt file, "
@@ -24,17 +25,6 @@ HOW_TO = (
     "qk.quantize(model, 'gptq', calibration=['some text', ...], tokenizer=tok)."
 )
 MIN_TOKENS = 8
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A Hugging Face dataset to calibrate on: name (or builder such as "text"), split, column."""
-
-    name: str
-    split: str = "train"
-    column: str = "text"
-    config: str | None = None
-    data_files: Any = None
 
 
 def dataset(name: str, split: str = "train", column: str = "text", config: str | None = None,
@@ -80,55 +70,10 @@ def describe(data: Any) -> str | None:
     if isinstance(data, (str, Path)):
         return f"file {data}"
     if isinstance(data, DatasetSpec):
-        return f"dataset {data.name} ({data.config or '-'}) split {data.split} column {data.column}"
+        return data.describe()
     if isinstance(data, torch.Tensor):
         return f"token ids {tuple(data.shape)}"
     return f"{type(data).__name__} of {len(data)}" if hasattr(data, "__len__") else type(data).__name__
-
-
-def _texts_from_dataset(data: Any, column: str) -> list[str]:
-    if column not in data.column_names:
-        raise CalibrationError(
-            f"the dataset has no column {column!r}; its columns are {data.column_names}. "
-            "Pass column= to qk.calibration.dataset()."
-        )
-    return [t for t in data[column] if isinstance(t, str) and t.strip()]
-
-
-def _load_dataset(spec: DatasetSpec) -> list[str]:
-    try:
-        import datasets
-    except ImportError as exc:
-        raise CalibrationError(
-            'Calibrating on a dataset needs the datasets package: pip install "datasets>=2.14"'
-        ) from exc
-    try:
-        data = datasets.load_dataset(spec.name, spec.config, split=spec.split, data_files=spec.data_files)
-    except Exception as exc:  # noqa: BLE001 - datasets raises many types; all mean "cannot read it"
-        raise CalibrationError(
-            f"could not load dataset {spec.name!r} split {spec.split!r}: {exc}. Offline, pass a local "
-            "dataset (e.g. dataset('text', data_files='file.txt')) or a list of strings."
-        ) from exc
-    return _texts_from_dataset(data, spec.column)
-
-
-def _texts(data: Any) -> list[str]:
-    """Calibration data given as text, in any accepted form, as a list of strings."""
-    if isinstance(data, (str, Path)):
-        path = Path(data)
-        if not path.is_file():
-            raise CalibrationError(
-                f"calibration={str(data)[:80]!r} is not a file. A single string is read as a path to "
-                f"a text file. {HOW_TO}"
-            )
-        return [path.read_text(encoding="utf-8")]
-    if isinstance(data, DatasetSpec):
-        return _load_dataset(data)
-    if hasattr(data, "column_names"):  # a datasets.Dataset
-        return _texts_from_dataset(data, "text")
-    if isinstance(data, Sequence) and data and all(isinstance(t, str) for t in data):
-        return list(data)
-    raise CalibrationError(f"calibration data of type {type(data).__name__} is not understood. {HOW_TO}")
 
 
 def _token_rows(data: Any) -> list[torch.Tensor] | None:
@@ -184,7 +129,7 @@ def calibration_batches(options: CalibrationOptions, source: ModelSource) -> lis
         tokenizer = _tokenizer(options, source)
         separator = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         ids: list[int] = []
-        for text in _texts(data):
+        for text in texts(data, "calibration", HOW_TO, CalibrationError):
             ids += tokenizer(text, add_special_tokens=False)["input_ids"] + separator
         rows = _windows(torch.tensor(ids, dtype=torch.long), options.n_samples, options.seq_len, options.seed)
     _check_vocab(rows, source)

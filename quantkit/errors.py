@@ -67,3 +67,7 @@ class SaveError(QuantkitError, OSError):
 
 class CalibrationError(QuantkitError, ValueError):
     """Calibration data is missing or unusable for a method that needs it."""
+
+
+class EvalDataError(QuantkitError, ValueError):
+    """The evaluation text for ``compare`` is missing, too short, or of a form quantkit cannot read."""
