@@ -68,17 +68,6 @@ def cmd_dequantize(args: argparse.Namespace) -> None:
     print(f"saved float model to {out}")
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
-    from quantkit import demo
-
-    table = demo.run(args.methods)
-    print(table)
-    if args.json:
-        from pathlib import Path
-
-        Path(args.json).write_text(json.dumps(table.rows, indent=2, default=str) + "\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quantkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,14 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(run=cmd_dequantize)
 
-    p = sub.add_parser("demo", help="quantize a small local model with every usable method")
-    p.add_argument("--methods", nargs="*", help="methods to run (default: every usable one)")
-    p.add_argument("--json", help="also write the table as JSON to this file")
-    p.set_defaults(run=cmd_demo)
-
-    from quantkit import selector
+    from quantkit import compare_cli, selector
 
     selector.add_cli(sub)
+    compare_cli.add_cli(sub)
     return parser
 
 

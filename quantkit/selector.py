@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from quantkit import registry
+from quantkit import measured_ranking, registry
 from quantkit import selection_rules as rules
 from quantkit.backends.base import Backend
 from quantkit.errors import QuantkitError
@@ -140,7 +140,7 @@ def _options_text(options: dict[str, Any]) -> str:
 def recommend(use_case: str = "inference", hardware: Hardware | str = "auto", model: Any = None, *,
               params: float | None = None, memory_gb: float | None = None, calibration_ok: bool = True,
               need_serialization: bool = False, need_torch_compile: bool = False,
-              bits: int | None = None) -> Recommendations:
+              bits: int | None = None, measured: Any = None) -> Recommendations:
     """Rank the registered quantization methods for ``use_case`` on ``hardware``.
 
     use_case: "inference", "fine-tuning", "load-format" or "extreme-compression".
@@ -150,6 +150,8 @@ def recommend(use_case: str = "inference", hardware: Hardware | str = "auto", mo
         read, to count parameters. ``params`` gives (or overrides) the parameter count.
     memory_gb: the memory budget (default: the hardware's memory; RAM on a CPU).
     calibration_ok / need_serialization / need_torch_compile / bits: constraints.
+    measured: a ``qk.compare`` report (or its JSON file): methods measured there are re-scored by
+        their measured perplexity increase and speed and ranked first; failed ones are excluded.
 
     Returns ``Recommendations``: best first, each with options, bits, estimated_gb and reasons;
     ``.excluded`` says why every other method was left out.
@@ -189,9 +191,17 @@ def recommend(use_case: str = "inference", hardware: Hardware | str = "auto", mo
             misses.append(rec)
             excluded[name] = rec.reasons[0]
     recs = [r for _, _, r in sorted(ranked, key=lambda t: t[:2])]
+    if measured is not None:
+        recs = measured_ranking.apply(recs, excluded, _report(measured), use.name, hw.device)
     closest, note = (None, "") if recs else _closest(misses, backends, use, hw, size, budget, constraints)
     return Recommendations(recs, excluded, use_case=use.name, hardware=hw, size=size, budget_gb=budget,
                            closest=closest, note=note)
+
+
+def _report(measured: Any):
+    from quantkit.report import Report
+
+    return measured if isinstance(measured, Report) else Report.from_json(measured)
 
 
 def _hardware(hardware: Hardware | str) -> Hardware:
@@ -420,6 +430,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--need-serialization", action="store_true")
     p.add_argument("--need-torch-compile", action="store_true")
     p.add_argument("--bits", type=int)
+    p.add_argument("--measured", metavar="REPORT.json",
+                   help="re-rank by a compare report written by `quantkit compare --json`")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--write-docs", nargs="?", const=str(rules.GUIDE_PATH), metavar="PATH",
                    help="write docs/choosing.md from the selector's rules and exit")
@@ -455,5 +467,5 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     hw = declared_hardware(args.hardware, args.capability, args.memory_gb)
     recs = recommend(args.use_case, hw, args.model, params=args.params, memory_gb=args.memory_gb,
                      calibration_ok=not args.no_calibration, need_serialization=args.need_serialization,
-                     need_torch_compile=args.need_torch_compile, bits=args.bits)
+                     need_torch_compile=args.need_torch_compile, bits=args.bits, measured=args.measured)
     print(json.dumps(recs.to_dict(), indent=2) if args.json else recs)
