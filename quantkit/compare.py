@@ -11,7 +11,8 @@ import datetime
 import re
 import tempfile
 import time
-from contextlib import ExitStack
+import warnings
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ DEFAULT_METHODS = ("bnb-nf4", "bnb-int8", "hqq", "torchao-int8", "torchao-int4",
 DEFAULT_METRICS = tuple(METRIC_KEYS)
 MB = 1024 * 1024
 MAX_WINDOW = 1024
+MAX_WARNINGS = 5
 
 
 @dataclass
@@ -150,10 +152,11 @@ def compare(model: str | Path | nn.Module | None = None, methods: Any = None, *,
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="quantkit-compare-")))
         work = _output_folder(output_dir) if output_dir is not None else scratch
         session = _Session(work, scratch, metrics, eval_settings, device, progress)
+        stack.enter_context(_quiet_libraries())
         session.prepare(model, dtype, tokenizer, eval_text)
-        rows = [session.baseline()]
+        rows = [_with_warnings(session.baseline)]
         for run in session.bar(runs):
-            rows.append(session.run_method(run, calibration, tokenizer))
+            rows.append(_with_warnings(session.run_method, run, calibration, tokenizer))
         return Report(rows, session.meta, metrics)
 
 
@@ -324,13 +327,38 @@ class _Session:
 
     def _keep_requested(self, row: dict[str, Any]) -> None:
         wanted = {k for m in self.metrics for k in METRIC_KEYS[m]}
-        kept = wanted | {"method", "method_name", "options", "error"}
+        kept = wanted | {"method", "method_name", "options", "error", "warnings"}
         for key in [k for k in row if k not in kept]:
             del row[key]
 
     def _status(self, text: str) -> None:
         if self._outer is not None:
             self._outer.set_postfix_str(text)
+
+
+@contextmanager
+def _quiet_libraries():
+    """No per-file progress bars from transformers while compare draws its own."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _with_warnings(measure_row, *args) -> dict[str, Any]:
+    """Run one row; the warnings it raises (often once per forward pass) go into its "warnings"."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        row = measure_row(*args)
+    messages = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+    if messages:
+        row["warnings"] = messages[:MAX_WARNINGS]
+    return row
 
 
 def _shipped_calibration() -> str:

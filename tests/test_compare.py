@@ -129,10 +129,25 @@ def test_recommend_reranks_by_the_report(run):
     assert any(r.startswith("not measured") for r in recs[-1].reasons)
 
 
+def test_warnings_are_kept_in_the_row_not_printed(run):
+    report, _ = run
+    for row in report.rows:
+        assert all(isinstance(w, str) and ": " in w for w in row.get("warnings", []))
+
+
+@pytest.mark.gpu
+def test_compare_on_cuda_reports_cuda_peak_memory(llama_dir, eval_ids):
+    report = qk.compare(llama_dir, ["bnb-nf4"], eval_text=eval_ids, device="cuda", **FAST)
+    row = report["bnb-nf4"]
+    assert row.get("error") is None and report.meta["device"] == "cuda"
+    assert 0 < row["peak_mb"] < 1024  # CUDA max allocated of a tiny model, not the process RSS
+    assert row["ppl_change_pct"] < 10
+
+
 def test_metric_subset_fills_only_those_columns(llama_dir, eval_ids):
     report = qk.compare(llama_dir, ["hqq"], eval_text=eval_ids, metrics=("size",), **FAST)
-    assert set(report["hqq"]) == {"method", "method_name", "options", "bits_per_weight", "size_mb",
-                                  "size_ratio", "memory_mb"}
+    assert set(report["hqq"]) - {"warnings"} == {"method", "method_name", "options", "bits_per_weight",
+                                                 "size_mb", "size_ratio", "memory_mb"}
     assert report.columns() == ["method", "bits_per_weight", "size_mb", "size_ratio", "memory_mb"]
 
 
