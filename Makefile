@@ -15,11 +15,11 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/quantkit demo
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check quantkit tests
+	$(VENV)/bin/ruff check quantkit tests benchmarks scripts
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check quantkit tests
+	$(VENV)/bin/ruff check quantkit tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
