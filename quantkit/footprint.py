@@ -87,7 +87,7 @@ def memory_bytes(model: nn.Module) -> int:
     total = 0
     for module in model.modules():
         values = list(module._parameters.values()) + list(module._buffers.values())
-        values += [v for k, v in vars(module).items() if not k.startswith("_") or k == "_quant_state"]
+        values += [v for k, v in vars(module).items() if not k.startswith("_")]
         for value in values:
             for tensor in _tensors(value):
                 if tensor.device.type == "meta":
